@@ -1,0 +1,132 @@
+"""The ``mangakd`` command line.
+
+``mangakd run FILE --workdir DIR`` runs every stage of a DistillationRun on
+this machine; ``mangakd STAGE FILE --workdir DIR`` runs one stage, which is
+how the operator's Jobs call it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from mangakd import __version__
+
+STAGE_COMMANDS = {
+    "prepare": "Load, validate and split the data set; write the label map.",
+    "finetune": "Fine-tune the base encoder into the teacher, or check a given teacher.",
+    "distill": "Distill the student from the teacher's cached logits.",
+    "calibrate": "Fit the student's temperature on dev; draw reliability diagrams.",
+    "export": "Export teacher and student to ONNX, check parity, measure latency.",
+    "evaluate": "Compute metrics with bootstrap confidence intervals on test.",
+    "gate": "Judge the student against the gate policy.",
+}
+
+# The termination message of a Kubernetes container is cut at 4096 bytes.
+TERMINATION_LIMIT = 4096
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="DistillationRun YAML, the same file kubectl applies")
+    parser.add_argument("--workdir", type=Path, required=True, help="run directory for all artifacts")
+    parser.add_argument("--force", action="store_true", help="rerun stages even when their outputs are complete")
+    parser.add_argument(
+        "--termination-log",
+        type=Path,
+        help="also write a JSON result of at most 4096 bytes here (a container's terminationMessagePath)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with one subcommand per stage."""
+    parser = argparse.ArgumentParser(prog="mangakd", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mangakd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run all stages (or --stages) and write the reports")
+    _add_run_arguments(run)
+    run.add_argument("--stages", help="comma-separated stages to run, e.g. prepare,finetune,distill")
+    for name, text in STAGE_COMMANDS.items():
+        _add_run_arguments(commands.add_parser(name, help=text, description=text))
+    return parser
+
+
+def _termination_message(markers: dict, workdir: Path) -> str:
+    from mangakd.rundir import RunDir
+
+    result: dict = {"stages": {name: {"duration_s": m["duration_s"], "skipped": m["skipped"]} for name, m in markers.items()}}
+    rundir = RunDir(workdir)
+    evaluated = rundir.read_marker("evaluate")
+    if evaluated is not None and "evaluate" in markers:
+        summary = evaluated["summary"]
+        result["metrics"] = {
+            "teacherAccuracy": summary["teacher"]["accuracy"],
+            "studentAccuracy": summary["student"]["accuracy"],
+            "agreement": summary["agreement"],
+            "accuracyGap": summary["accuracy_gap"],
+            "ece": summary["student"]["ece"],
+        }
+    verdict = rundir.read_marker("gate")
+    if verdict is not None and "gate" in markers:
+        result["gate"] = {
+            "passed": verdict["summary"]["passed"],
+            "checks": [{"name": c["name"], "passed": c["passed"], "reason": c["reason"]} for c in verdict["summary"]["checks"]],
+        }
+    text = json.dumps(result, separators=(",", ":"))
+    if len(text.encode()) > TERMINATION_LIMIT:
+        # Reasons are the longest part; the full verdict stays in the run directory.
+        for check in result.get("gate", {}).get("checks", []):
+            check["reason"] = check["reason"][:80]
+        text = json.dumps(result, separators=(",", ":"))[:TERMINATION_LIMIT]
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    # Heavy imports (torch, transformers) only after argument parsing, so --help is fast.
+    from mangakd.data import DataError
+    from mangakd.models import ModelError
+    from mangakd.pipeline import StageFailed, run_pipeline, select_stages
+    from mangakd.report import format_summary
+    from mangakd.rundir import RunDir
+    from mangakd.spec import SpecError, load_run
+
+    try:
+        run = load_run(args.file)
+        if args.command == "run":
+            only = select_stages(args.stages.split(",")) if args.stages else None
+        else:
+            only = [args.command]
+        markers = run_pipeline(run, args.workdir, only=only, force=args.force)
+    except (SpecError, DataError, ModelError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except StageFailed as error:
+        cause = error.__cause__
+        print(f"error: {error}", file=sys.stderr)
+        if isinstance(cause, (DataError, ModelError, ValueError, FileNotFoundError)):
+            return 2
+        raise
+
+    if args.termination_log is not None:
+        args.termination_log.write_text(_termination_message(markers, args.workdir), encoding="utf-8")
+    rundir = RunDir(args.workdir)
+    if args.command == "run" and rundir.report_json.is_file() and "gate" in markers:
+        report = json.loads(rundir.report_json.read_text(encoding="utf-8"))
+        print(format_summary(report))
+        print(f"\nreport: {rundir.report_md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
