@@ -13,7 +13,10 @@ import shutil
 
 from transformers import AutoTokenizer
 
-from mangakd import calibration, data, export, latency, metrics, models, onnx_runtime
+from mangakd import calibration, datasets, export, latency, metrics, models, onnx_runtime
+from mangakd.data import labels, texts
+from mangakd.labels import LabelMap
+from mangakd.prepared import data_report, read_prepared, write_prepared
 from mangakd.gate import evaluate_gate
 from mangakd.rundir import RunDir, write_json
 from mangakd.spec import DistillationRun
@@ -55,7 +58,7 @@ def teacher_dir(run: DistillationRun, rundir: RunDir):
 def prepare(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     """Load, validate, subset and write the splits and the label map."""
     source = run.spec.dataset
-    splits = data.load_splits(
+    splits = datasets.load_splits(
         builtin=source.builtin,
         train=source.train,
         dev=source.dev,
@@ -67,17 +70,16 @@ def prepare(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
         seed=source.seed,
     )
     if source.subset is not None:
-        splits = data.subset_splits(
+        splits = datasets.subset_splits(
             splits,
             train_per_class=source.subset.train_per_class,
             dev_per_class=source.subset.dev_per_class,
             test_per_class=source.subset.test_per_class,
             seed=source.seed,
         )
-    data.validate_splits(splits)
-    label_map = data.LabelMap.from_examples(splits.train)
-    report = data.data_report(splits)
-    data.write_prepared(rundir.data, splits, label_map, report)
+    label_map = LabelMap.from_examples(splits.train)
+    report = data_report(splits)
+    write_prepared(rundir.data, splits, label_map, report)
     return {
         "classes": len(label_map),
         "examples": {name: len(getattr(splits, name)) for name in ("train", "dev", "test")},
@@ -87,7 +89,7 @@ def prepare(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
 
 def teacher(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     """Check a given teacher against the label map, or fine-tune a base encoder into one."""
-    splits, label_map = data.read_prepared(rundir.data)
+    splits, label_map = read_prepared(rundir.data)
     spec = run.spec.teacher
     if spec.path is not None:
         model, _, _ = models.load_classifier(models.resolve_model_path(spec.path), label_map.names)
@@ -100,8 +102,8 @@ def teacher(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     result = fit(
         model,
         tokenizer,
-        data.texts(splits.train),
-        label_map.encode(data.labels(splits.train)),
+        texts(splits.train),
+        label_map.encode(labels(splits.train)),
         _settings(spec.finetune),
         rundir.checkpoints / "teacher.pt",
         run_key=fingerprint,
@@ -119,7 +121,7 @@ def teacher(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
 
 def distill(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     """Cache the teacher's logits, build the student and train it with the KD loss."""
-    splits, label_map = data.read_prepared(rundir.data)
+    splits, label_map = read_prepared(rundir.data)
     spec = run.spec.distillation
     device = models.pick_device()
     teacher_model, teacher_tokenizer, label_order = models.load_classifier(
@@ -130,7 +132,7 @@ def distill(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     # Teacher logits are computed once per split; the student's epochs reuse them.
     for split in ("train", "dev", "test"):
         logits = compute_logits(
-            teacher_model, teacher_tokenizer, data.texts(getattr(splits, split)), max_length=spec.max_length
+            teacher_model, teacher_tokenizer, texts(getattr(splits, split)), max_length=spec.max_length
         )
         rundir.save_logits("teacher", split, logits[:, label_order])
 
@@ -160,8 +162,8 @@ def distill(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     result = fit(
         student,
         student_tokenizer,
-        data.texts(splits.train),
-        label_map.encode(data.labels(splits.train)),
+        texts(splits.train),
+        label_map.encode(labels(splits.train)),
         _settings(spec),
         rundir.checkpoints / "student.pt",
         run_key=fingerprint,
@@ -184,25 +186,25 @@ def distill(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
 
 def calibrate(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     """Fit the student's temperature on dev and draw reliability diagrams on test."""
-    splits, label_map = data.read_prepared(rundir.data)
+    splits, label_map = read_prepared(rundir.data)
     student, tokenizer, _ = models.load_classifier(rundir.student, label_map.names)
     student.to(models.pick_device())
     max_length = run.spec.distillation.max_length
     for split in ("dev", "test"):
-        logits = compute_logits(student, tokenizer, data.texts(getattr(splits, split)), max_length=max_length)
+        logits = compute_logits(student, tokenizer, texts(getattr(splits, split)), max_length=max_length)
         rundir.save_logits("student", split, logits)
 
     spec = run.spec.calibration
     fitted = calibration.calibrate(
         rundir.load_logits("student", "dev"),
-        label_map.encode(data.labels(splits.dev)),
+        label_map.encode(labels(splits.dev)),
         n_bins=spec.bins,
         enabled=spec.enabled,
     )
     # The diagrams use the held-out test split: dev was used to fit T.
     plots = calibration.reliability_diagrams(
         rundir.load_logits("student", "test"),
-        label_map.encode(data.labels(splits.test)),
+        label_map.encode(labels(splits.test)),
         fitted["temperature"],
         rundir.plots,
         n_bins=spec.bins,
@@ -212,11 +214,11 @@ def calibrate(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
 
 def export_models(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     """Export teacher and student to ONNX, check parity, quantize and measure latency."""
-    splits, label_map = data.read_prepared(rundir.data)
+    splits, label_map = read_prepared(rundir.data)
     spec = run.spec.export
     max_length = run.spec.distillation.max_length
     temperature = rundir.summary("calibrate")["temperature"]
-    test_texts = data.texts(splits.test)
+    test_texts = texts(splits.test)
     summary: dict = {"parity": {}, "latency_ms": {}}
 
     sources = {"teacher": teacher_dir(run, rundir), "student": rundir.student}
@@ -260,13 +262,13 @@ def export_models(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dic
 
 def evaluate(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     """Compute every metric with bootstrap confidence intervals on the test split."""
-    splits, label_map = data.read_prepared(rundir.data)
+    splits, label_map = read_prepared(rundir.data)
     spec = run.spec.evaluation
     cost = metrics.cost_matrix_from_spec(spec.cost_matrix, label_map.names)
     result = metrics.evaluate_predictions(
         student_logits=rundir.load_logits("student", "test"),
         teacher_logits=rundir.load_logits("teacher", "test"),
-        y_true=label_map.encode(data.labels(splits.test)),
+        y_true=label_map.encode(labels(splits.test)),
         student_temperature=rundir.summary("calibrate")["temperature"],
         label_names=label_map.names,
         cost_matrix=cost,
