@@ -52,7 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", help="comma-separated stages to run, e.g. prepare,finetune,distill")
     for name, text in STAGE_COMMANDS.items():
         _add_run_arguments(commands.add_parser(name, help=text, description=text))
+
+    crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the models")
+    crds.add_argument("--output", type=Path, default=Path("crds"), help="folder to write into (default: crds)")
+    crds.add_argument("--check", action="store_true", help="only report whether the files differ; exit 1 if they do")
     return parser
+
+
+def _crds(output: Path, check: bool) -> int:
+    from mangakd.crds import render_crds, write_crds
+
+    if not check:
+        for path in write_crds(output):
+            print(f"wrote {path}")
+        return 0
+    stale = [
+        name
+        for name, text in render_crds().items()
+        if not (output / name).is_file() or (output / name).read_text(encoding="utf-8") != text
+    ]
+    for name in stale:
+        print(f"{output / name} is out of date; run: mangakd crds --output {output}", file=sys.stderr)
+    return 1 if stale else 0
 
 
 def _termination_message(markers: dict, workdir: Path) -> str:
@@ -92,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "crds":
+        return _crds(args.output, args.check)
+
+    # transformers reports every freshly initialised head and shows its own
+    # progress bars; mangakd logs what matters itself.
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
     # Heavy imports (torch, transformers) only after argument parsing, so --help is fast.
     from mangakd.data import DataError
