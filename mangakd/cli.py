@@ -109,10 +109,10 @@ def _termination_message(markers: dict, workdir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Libraries (onnxruntime's quantizer, onnx_ir) log chatty INFO lines to
+    # the root logger; only mangakd's own INFO lines are shown.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mangakd").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.command == "crds":
         return _crds(args.output, args.check)
 
