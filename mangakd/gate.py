@@ -1,7 +1,7 @@
 """The release gate: compare the evaluated student against the thresholds of a GateSpec.
 
 The gate stage calls :func:`evaluate_gate` with the metric block of
-:func:`mangakd.metrics.evaluate_predictions`, the measured P95 latency and the
+:func:`mangakd.evaluation.evaluate_predictions`, the measured P95 latency and the
 ONNX parity. The verdict goes into the run's status, and the operator rolls
 out only a student that passed. A missing input fails its check instead of
 raising, so a broken upstream stage blocks the release with a readable reason.
@@ -210,7 +210,7 @@ def evaluate_gate(
     policy : GateSpec
         Thresholds; one check runs per threshold that is set.
     metrics : mapping or None
-        The dict returned by :func:`mangakd.metrics.evaluate_predictions`.
+        The dict returned by :func:`mangakd.evaluation.evaluate_predictions`.
     p95_latency_ms : float or None
         Measured P95 latency of the exported student, in milliseconds.
     onnx_argmax_agreement : float or None

@@ -29,6 +29,10 @@ class StageFailed(RuntimeError):
     """A stage raised; the message names the stage and the cause."""
 
 
+class StageOrderError(ValueError):
+    """A stage was asked to run before the stages it reads from."""
+
+
 def fingerprints(run: DistillationRun) -> dict[str, str]:
     """Return each stage's fingerprint, chained through the stages before it."""
     spec = run.spec.model_dump(mode="json", by_alias=True)
@@ -62,7 +66,7 @@ def _check_inputs(rundir: RunDir, stage: str, wanted: dict[str, str]) -> None:
         marker = rundir.read_marker(name)
         if marker is None or marker.get("fingerprint") != wanted[name]:
             state = "has not run" if marker is None else "ran with a different spec"
-            raise StageFailed(
+            raise StageOrderError(
                 f"stage {stage} needs stage {name}, which {state} in {rundir.root}; run it first "
                 f"(mangakd run FILE --workdir {rundir.root})"
             )

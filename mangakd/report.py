@@ -25,7 +25,9 @@ def _latency(exported: dict, model: str) -> dict:
 
 def build_report(run: DistillationRun, rundir: RunDir) -> dict:
     """Collect the stage summaries into the report structure."""
-    markers = {path.stem: _read(rundir, path.stem) for path in sorted(rundir.stages.glob("*.json"))}
+    from mangakd.pipeline import STAGE_NAMES
+
+    markers = {name: _read(rundir, name) for name in STAGE_NAMES}
     evaluated = markers["evaluate"]["summary"]
     exported = markers["export"]["summary"]
     calibrated = markers["calibrate"]["summary"]

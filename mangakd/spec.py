@@ -94,7 +94,16 @@ class FinetuneSpec(CamelModel):
     """Fine-tuning of a base encoder into the teacher classifier."""
 
     epochs: int = Field(default=2, ge=1, le=100, description="Passes over the training split.")
-    learning_rate: float = Field(default=1e-4, gt=0, lt=1, description="Peak AdamW learning rate.")
+    learning_rate: float = Field(default=1e-4, gt=0, lt=1, description="Peak AdamW learning rate of the encoder.")
+    head_learning_rate: float = Field(
+        default=5e-3,
+        gt=0,
+        lt=1,
+        description=(
+            "Peak learning rate of the new classification head. It starts from random weights, so a "
+            "higher rate than the encoder's lets it catch up within a few epochs."
+        ),
+    )
     batch_size: int = Field(default=32, ge=1, le=4096, description="Examples per optimiser step.")
     max_length: int = Field(default=64, ge=8, le=512, description="Token limit per text.")
     warmup_ratio: float = Field(
@@ -275,7 +284,7 @@ class GateSpec(CamelModel):
 class ExportSpec(CamelModel):
     """ONNX export and latency measurement."""
 
-    opset: int = Field(default=17, ge=13, le=23, description="ONNX opset version.")
+    opset: int = Field(default=18, ge=13, le=23, description="ONNX opset version; 18 avoids a conversion step in torch 2.13's exporter.")
     quantize: bool = Field(default=True, description="Also write a dynamically quantized int8 model.")
     latency_iterations: int = Field(
         default=100, ge=10, le=10000, description="Timed inferences per model and batch size."

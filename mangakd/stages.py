@@ -13,7 +13,7 @@ import shutil
 
 from transformers import AutoTokenizer
 
-from mangakd import calibration, datasets, export, latency, metrics, models, onnx_runtime
+from mangakd import calibration, costs, datasets, evaluation, export, latency, models, onnx_runtime
 from mangakd.data import labels, texts
 from mangakd.labels import LabelMap
 from mangakd.prepared import data_report, read_prepared, write_prepared
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def _settings(spec) -> TrainSettings:
+    # Only fine-tuning has a fresh head; a distilled student copies the teacher's.
     return TrainSettings(
+        head_learning_rate=getattr(spec, "head_learning_rate", None),
         epochs=spec.epochs,
         learning_rate=spec.learning_rate,
         batch_size=spec.batch_size,
@@ -264,8 +266,8 @@ def evaluate(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     """Compute every metric with bootstrap confidence intervals on the test split."""
     splits, label_map = read_prepared(rundir.data)
     spec = run.spec.evaluation
-    cost = metrics.cost_matrix_from_spec(spec.cost_matrix, label_map.names)
-    result = metrics.evaluate_predictions(
+    cost = costs.cost_matrix_from_spec(spec.cost_matrix, label_map.names)
+    result = evaluation.evaluate_predictions(
         student_logits=rundir.load_logits("student", "test"),
         teacher_logits=rundir.load_logits("teacher", "test"),
         y_true=label_map.encode(labels(splits.test)),

@@ -37,6 +37,8 @@ class TrainSettings:
     warmup_ratio: float
     weight_decay: float
     seed: int
+    # A freshly initialised classification head learns faster at a higher rate.
+    head_learning_rate: float | None = None
 
 
 @dataclass
@@ -122,14 +124,20 @@ def _linear_schedule(optimizer, warmup_steps: int, total_steps: int):
 
 def _optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
     # Biases and LayerNorm weights are not decayed, as in BERT's original recipe.
-    decay, no_decay = [], []
+    # Head parameters ("classifier", and DistilBERT's "pre_classifier") may get their own rate.
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
-        (no_decay if parameter.ndim < 2 else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": settings.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        is_head = settings.head_learning_rate is not None and "classifier" in name.split(".")[0]
+        groups.setdefault((is_head, parameter.ndim >= 2), []).append(parameter)
+    param_groups = [
+        {
+            "params": parameters,
+            "lr": settings.head_learning_rate if is_head else settings.learning_rate,
+            "weight_decay": settings.weight_decay if decayed else 0.0,
+        }
+        for (is_head, decayed), parameters in sorted(groups.items())
     ]
-    return torch.optim.AdamW(groups, lr=settings.learning_rate)
+    return torch.optim.AdamW(param_groups, lr=settings.learning_rate)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mangakd.gate import GateCheck, GateVerdict, evaluate_gate
-from mangakd.metrics import evaluate_predictions
+from mangakd.evaluation import evaluate_predictions
 from mangakd.spec import GateSpec
 
 

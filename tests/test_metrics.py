@@ -8,17 +8,14 @@ import math
 import numpy as np
 import pytest
 
+from mangakd.costs import business_weighted_error, cost_matrix_from_spec
+from mangakd.evaluation import Estimate, bootstrap, evaluate_predictions
 from mangakd.metrics import (
-    Estimate,
     MetricInputError,
     accuracy,
     agreement,
-    bootstrap,
     brier_score,
-    business_weighted_error,
     calibration_bins,
-    cost_matrix_from_spec,
-    evaluate_predictions,
     expected_calibration_error,
     macro_f1,
     negative_log_likelihood,
