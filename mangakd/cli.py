@@ -56,6 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the models")
     crds.add_argument("--output", type=Path, default=Path("crds"), help="folder to write into (default: crds)")
     crds.add_argument("--check", action="store_true", help="only report whether the files differ; exit 1 if they do")
+
+    from mangakd_operator.run import add_arguments as add_operator_arguments
+
+    operator = commands.add_parser(
+        "operator", help="run the Kubernetes operator that reconciles DistillationRuns (same as python -m mangakd_operator)"
+    )
+    add_operator_arguments(operator)
+
+    dev_cluster = commands.add_parser(
+        "dev-cluster", help="serve the in-memory development cluster (a sandbox, not Kubernetes) on 127.0.0.1"
+    )
+    dev_cluster.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig file to write for kubectl and clients")
+    dev_cluster.add_argument("--port", type=int, default=0, help="listen port; 0 picks a free port (default 0)")
+    dev_cluster.add_argument(
+        "--state-dir", type=Path, default=None,
+        help="folder for PVC data and pod logs (default: a temporary folder removed on exit)",
+    )
     return parser
 
 
@@ -79,7 +96,8 @@ def _crds(output: Path, check: bool) -> int:
 def _termination_message(markers: dict, workdir: Path) -> str:
     from mangakd.rundir import RunDir
 
-    result: dict = {"stages": {name: {"duration_s": m["duration_s"], "skipped": m["skipped"]} for name, m in markers.items()}}
+    stage_keys = ("started_at", "finished_at", "duration_s", "skipped")
+    result: dict = {"stages": {name: {key: marker[key] for key in stage_keys} for name, marker in markers.items()}}
     rundir = RunDir(workdir)
     evaluated = rundir.read_marker("evaluate")
     if evaluated is not None and "evaluate" in markers:
@@ -109,12 +127,22 @@ def _termination_message(markers: dict, workdir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command == "operator":
+        # Before basicConfig: kopf installs its own log handler with [namespace/name] prefixes.
+        from mangakd_operator.run import run_from_arguments
+
+        return run_from_arguments(args)
     # Libraries (onnxruntime's quantizer, onnx_ir) log chatty INFO lines to
     # the root logger; only mangakd's own INFO lines are shown.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mangakd").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.command == "crds":
         return _crds(args.output, args.check)
+    if args.command == "dev-cluster":
+        from mangakd.devcluster import run_dev_cluster
+
+        run_dev_cluster(args.kubeconfig, port=args.port, state_dir=args.state_dir)
+        return 0
 
     # transformers reports every freshly initialised head and shows its own
     # progress bars; mangakd logs what matters itself.

@@ -119,7 +119,7 @@ def bootstrap(
 
 
 def _mean_batched(values: np.ndarray) -> np.ndarray:
-    return values.mean(axis=-1)
+    return np.asarray(values.mean(axis=-1))
 
 
 def evaluate_predictions(

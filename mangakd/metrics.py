@@ -132,7 +132,7 @@ def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
     # from overflowing on large logits.
     scaled -= scaled.max(axis=1, keepdims=True)
     exp = np.exp(scaled)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
 
 def accuracy(y_true: Any, y_pred: Any) -> float:
@@ -178,7 +178,7 @@ def macro_f1_batched(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     denominator = true_counts + pred_counts
     present = denominator > 0
     f1 = np.divide(2.0 * true_positives, denominator, out=np.zeros(denominator.shape), where=present)
-    return f1.sum(axis=1) / present.sum(axis=1)
+    return np.asarray(f1.sum(axis=1) / present.sum(axis=1))
 
 
 def macro_f1(y_true: Any, y_pred: Any, n_classes: int) -> float:
@@ -229,7 +229,7 @@ def negative_log_likelihood(probs: Any, y_true: Any) -> float:
 def brier_per_example(probs: np.ndarray, y_true: np.ndarray) -> np.ndarray:
     # sum_j (p_j - onehot_j)^2 = sum_j p_j^2 - 2 p_y + 1, without a one-hot array.
     true_probs = probs[np.arange(len(y_true)), y_true]
-    return np.sum(probs * probs, axis=1) - 2.0 * true_probs + 1.0
+    return np.asarray(np.sum(probs * probs, axis=1) - 2.0 * true_probs + 1.0)
 
 
 def brier_score(probs: Any, y_true: Any) -> float:
@@ -252,7 +252,7 @@ def confidence_bin(confidence: np.ndarray, n_bins: int) -> np.ndarray:
     # ceil(c * B) - 1 puts a confidence on an upper edge in the lower bin, so
     # confidence 1.0 lands in the last bin and 0.8 with B = 5 in bin 3.
     index = np.ceil(confidence * n_bins).astype(np.int64) - 1
-    return np.clip(index, 0, n_bins - 1)
+    return np.asarray(np.clip(index, 0, n_bins - 1))
 
 
 def top_label(probs: np.ndarray, y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -272,7 +272,7 @@ def ece_batched(bins: np.ndarray, confidence: np.ndarray, correct: np.ndarray, n
 
     # sum_b (n_b / n) |acc_b - conf_b| = (1 / n) sum_b |hits_b - confidence sum_b|
     gaps = np.abs(confidence_sums - correct_sums).reshape(n_batches, n_bins)
-    return gaps.sum(axis=1) / n_examples
+    return np.asarray(gaps.sum(axis=1) / n_examples)
 
 
 def expected_calibration_error(probs: Any, y_true: Any, n_bins: int = 15) -> float:

@@ -34,6 +34,7 @@ class Reason(str, Enum):
     GATE_FAILED = "GateFailed"
     SUCCEEDED = "Succeeded"
     SPEC_CHANGED = "SpecChangedAfterCompletion"
+    RESULT_UNREADABLE = "ResultUnreadable"
 
 
 class Condition(StatusModel):

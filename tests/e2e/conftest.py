@@ -1,0 +1,62 @@
+"""Fixtures of the end-to-end tests: one dev cluster, two operators and the shared run per session.
+
+See :mod:`e2e_support` for how the operators and the shared run are driven.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_support import CRDS, MAIN, MISC, Env, Kubectl, MainScenario, Operator
+
+from mangakd.devcluster import DevCluster
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    state_dir = tmp_path_factory.mktemp("e2e-state")
+    config_dir = tmp_path_factory.mktemp("e2e-config")
+    with DevCluster(config_dir / "kubeconfig", state_dir=state_dir) as cluster:
+        kubectl = Kubectl(cluster.kubeconfig_path, tmp_path_factory.mktemp("kubectl-cache"))
+        kubectl("apply", "-f", str(CRDS))
+        operators = {}
+        for namespace in (MAIN, MISC):
+            # `kubectl create namespace` sends protobuf, which the dev cluster does not read; apply sends JSON.
+            kubectl(
+                "apply", "-f", "-", input=f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n"
+            )
+            operators[namespace] = Operator(
+                namespace, cluster.kubeconfig_path, config_dir / f"operator-{namespace}.log"
+            )
+            operators[namespace].start()
+        try:
+            yield Env(cluster, kubectl, state_dir, operators)
+        finally:
+            for operator in operators.values():
+                operator.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def main_scenario(env: Env) -> MainScenario:
+    """Start the shared run before the first e2e test, so the short tests overlap with its training."""
+    scenario = MainScenario(env)
+    scenario.start()
+    return scenario
+
+
+# Fixtures that wait for the shared run to finish.
+_WAITS_FOR_SHARED_RUN = {"finished", "strict_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the e2e tests that do not wait for the shared run first, so they overlap with its training."""
+    here = Path(__file__).parent
+
+    def waits(item: pytest.Item) -> bool:
+        in_e2e = here in item.path.parents
+        return in_e2e and bool(_WAITS_FOR_SHARED_RUN & set(getattr(item, "fixturenames", ())))
+
+    # A stable sort keeps the file order within each group.
+    items.sort(key=waits)
