@@ -42,7 +42,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with one subcommand per stage."""
-    parser = argparse.ArgumentParser(prog="mangakd", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mangakd",
+        description="Distill, calibrate, gate, export and serve intent classifiers; run the operator.",
+        epilog="Start with: mangakd run examples/distillationrun-quick.yaml --workdir runs/quick",
+    )
     parser.add_argument("--version", action="version", version=f"mangakd {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -63,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         "operator", help="run the Kubernetes operator that reconciles DistillationRuns (same as python -m mangakd_operator)"
     )
     add_operator_arguments(operator)
+
+    from mangakd.server.config import add_arguments as add_server_arguments
+
+    serve = commands.add_parser(
+        "serve", help="serve an exported model over HTTP (same as python -m mangakd.server)"
+    )
+    add_server_arguments(serve)
 
     dev_cluster = commands.add_parser(
         "dev-cluster", help="serve the in-memory development cluster (a sandbox, not Kubernetes) on 127.0.0.1"
@@ -132,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         from mangakd_operator.run import run_from_arguments
 
         return run_from_arguments(args)
+    if args.command == "serve":
+        from mangakd.server.serve import run_from_arguments as serve_from_arguments
+
+        return serve_from_arguments(args)
     # Libraries (onnxruntime's quantizer, onnx_ir) log chatty INFO lines to
     # the root logger; only mangakd's own INFO lines are shown.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
