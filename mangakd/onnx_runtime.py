@@ -21,7 +21,7 @@ import math
 import numbers
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -305,6 +305,8 @@ class OnnxClassifier:
         Intra-op threads of the session. None means every core this process may use.
     batch_size
         Maximum number of texts per onnxruntime call, which bounds memory for long lists.
+    model_file
+        ONNX file inside ``export_dir`` to run instead of the manifest's, e.g. ``model.int8.onnx``.
 
     Raises
     ------
@@ -320,6 +322,7 @@ class OnnxClassifier:
         *,
         threads: int | None = None,
         batch_size: int = 32,
+        model_file: str | None = None,
     ) -> None:
         directory = Path(export_dir)
         if not directory.is_dir():
@@ -330,6 +333,8 @@ class OnnxClassifier:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.manifest = read_manifest(directory)
+        if model_file is not None:
+            self.manifest = replace(self.manifest, model=model_file)
         self.batch_size = batch_size
         self.threads = threads if threads is not None else default_thread_count()
 

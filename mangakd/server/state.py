@@ -10,13 +10,12 @@ model could not be loaded.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from enum import Enum
 
-from mangakd.onnx_runtime import ManifestError, OnnxClassifier, make_session
+from mangakd.onnx_runtime import OnnxClassifier
 from mangakd.server.batcher import MicroBatcher
 from mangakd.server.config import ServerConfig
 from mangakd.server.metrics import ServerMetrics
@@ -47,23 +46,12 @@ def load_classifier(config: ServerConfig) -> OnnxClassifier:
     FileNotFoundError, ManifestError
         If the export directory, its manifest, the model file or the tokenizer is missing or invalid.
     """
-    classifier = OnnxClassifier(config.export_dir, threads=config.threads, batch_size=config.max_batch_size)
-    if config.model_file is None or config.model_file == classifier.manifest.model:
-        return classifier
-
-    # NOTE: OnnxClassifier always opens the manifest's model, so serving
-    # another file (the int8 one) opens the manifest's model once for nothing.
-    path = config.export_dir / config.model_file
-    classifier.session = make_session(path, threads=classifier.threads)
-    classifier.input_names = [node.name for node in classifier.session.get_inputs()]
-    classifier.manifest = dataclasses.replace(classifier.manifest, model=config.model_file)
-    width = classifier.session.get_outputs()[0].shape[-1]
-    if isinstance(width, int) and width != len(classifier.labels):
-        raise ManifestError(
-            f"{path} outputs {width} logits but the manifest lists {len(classifier.labels)} labels; "
-            "serve a model file exported from the same classifier"
-        )
-    return classifier
+    return OnnxClassifier(
+        config.export_dir,
+        threads=config.threads,
+        batch_size=config.max_batch_size,
+        model_file=config.model_file,
+    )
 
 
 class ServerState:
