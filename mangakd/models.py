@@ -162,9 +162,9 @@ def build_student(teacher: torch.nn.Module, spec, labels: list[str]):
     Returns
     -------
     student, layer_map, tokenizer_dir
-        ``layer_map`` lists the teacher layers copied into the student (None
-        for a student from another model); ``tokenizer_dir`` is None when the
-        student shares the teacher's tokenizer.
+        ``layer_map`` lists the teacher layers copied into the student, or is
+        None for a student from another model. ``tokenizer_dir`` is None when
+        the student shares the teacher's tokenizer.
     """
     if spec.path is not None:
         path = resolve_model_path(spec.path)

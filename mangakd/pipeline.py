@@ -59,12 +59,12 @@ def select_stages(only: list[str] | None) -> list[str]:
     return [name for name in STAGE_NAMES if name in only]
 
 
-def _check_inputs(rundir: RunDir, stage: str, wanted: dict[str, str]) -> None:
+def _check_inputs(rundir: RunDir, stage: str, expected: dict[str, str]) -> None:
     # A stage run on its own (as one Job of the operator) must not read the
     # outputs of an earlier stage that was run with a different spec.
     for name in STAGE_NAMES[: STAGE_NAMES.index(stage)]:
         marker = rundir.read_marker(name)
-        if marker is None or marker.get("fingerprint") != wanted[name]:
+        if marker is None or marker.get("fingerprint") != expected[name]:
             state = "has not run" if marker is None else "ran with a different spec"
             raise StageOrderError(
                 f"stage {stage} needs stage {name}, which {state} in {rundir.root}; run it first "
@@ -89,14 +89,14 @@ def run_pipeline(
     """
     rundir = RunDir(workdir)
     rundir.root.mkdir(parents=True, exist_ok=True)
-    wanted = fingerprints(run)
+    expected = fingerprints(run)
     functions = {name: function for name, function, _ in stage_functions.STAGES}
     markers: dict[str, dict] = {}
 
     for name in select_stages(only):
-        _check_inputs(rundir, name, wanted)
+        _check_inputs(rundir, name, expected)
         marker = rundir.read_marker(name)
-        if marker is not None and marker.get("fingerprint") == wanted[name] and not force:
+        if marker is not None and marker.get("fingerprint") == expected[name] and not force:
             log.info("stage %s: complete, skipped", name)
             markers[name] = {**marker, "skipped": True}
             continue
@@ -104,12 +104,12 @@ def run_pipeline(
         log.info("stage %s: started", name)
         started_at, started = _now(), time.perf_counter()
         try:
-            summary = functions[name](run, rundir, wanted[name])
+            summary = functions[name](run, rundir, expected[name])
         except Exception as error:
             raise StageFailed(f"stage {name} failed: {error}") from error
         marker = {
             "stage": name,
-            "fingerprint": wanted[name],
+            "fingerprint": expected[name],
             "started_at": started_at,
             "finished_at": _now(),
             "duration_s": round(time.perf_counter() - started, 3),

@@ -2,7 +2,7 @@
 
 The run directory is the contract between stages and between executors: a
 local ``mangakd run`` and the operator's Jobs (which mount it from a PVC)
-use the same layout, so any stage can run anywhere that sees the folder.
+use the same layout, so any stage can run wherever the folder is mounted.
 
     data/            train.jsonl, dev.jsonl, test.jsonl, labels.json, report.json
     teacher/         the fine-tuned teacher (absent when teacher.path is used)
@@ -75,7 +75,7 @@ class RunDir:
         return np.load(path)
 
     def marker(self, stage: str) -> Path:
-        """The marker a stage writes when it has finished."""
+        """Return the path of the marker a stage writes when it has finished."""
         return self.stages / f"{stage}.json"
 
     def read_marker(self, stage: str) -> dict | None:

@@ -2,7 +2,7 @@
 
 The same models parse the YAML a user applies with ``kubectl`` and the file
 ``mangakd run`` reads, and the CRD schema is generated from them. Field names
-are camelCase in YAML and snake_case in Python; every field carries a
+are camelCase in YAML and snake_case in Python. Every field carries a
 description and its bounds, because those become the CRD's validation and
 ``kubectl explain`` text.
 """

@@ -1,6 +1,6 @@
 """The stages of a DistillationRun, in the order they run.
 
-Each stage reads the spec and the run directory and returns a JSON summary;
+Each stage reads the spec and the run directory and returns a JSON summary.
 ``mangakd.pipeline`` records the summary in the stage's marker, decides which
 stages to skip and times them. Stages know nothing of Kubernetes: the
 operator runs them as Jobs through the same CLI commands.

@@ -1,10 +1,10 @@
 """The training loop shared by teacher fine-tuning and distillation.
 
 ``mangakd.stages`` calls ``fit`` with a prepared model and data. The loop
-pads each batch only to its longest text, warms the learning rate up
-linearly and then decays it linearly, writes a checkpoint after every epoch
-and resumes from the last one, so a Job killed mid-epoch loses at most that
-epoch.
+pads each batch only to its longest text and warms the learning rate up
+linearly before decaying it linearly. It writes a checkpoint after every
+epoch and resumes from the last one, so a Job killed mid-epoch loses at
+most that epoch.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class TrainSettings:
 
 @dataclass
 class DistillTargets:
-    """What the student learns from, besides the gold labels."""
+    """Soft targets of distillation, used besides the gold labels."""
 
     teacher_logits: np.ndarray  # (n, num_labels), cached before training
     temperature: float
@@ -207,7 +207,7 @@ def fit(
     started = time.perf_counter()
     for epoch in range(result.resumed_from_epoch, settings.epochs):
         model.train()
-        # The order depends only on (seed, epoch), so a resumed run sees the same batches.
+        # The order depends only on (seed, epoch), so a resumed run gets the same batches.
         order = np.random.default_rng(settings.seed + epoch).permutation(len(texts))
         progress = tqdm(
             total=steps_per_epoch,
