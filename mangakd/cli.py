@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -135,6 +136,14 @@ def _termination_message(markers: dict, workdir: Path) -> str:
     return text
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived; raised from the signal handler like KeyboardInterrupt."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
     args = build_parser().parse_args(argv)
@@ -174,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     from mangakd.rundir import RunDir
     from mangakd.spec import SpecError, load_run
 
+    if args.termination_log is not None and not args.termination_log.parent.is_dir():
+        print(f"error: --termination-log {args.termination_log}: folder {args.termination_log.parent} "
+              "does not exist; create it or give another path", file=sys.stderr)
+        return 2
+
+    # Kubernetes stops a pod with SIGTERM; treat it like Ctrl-C so the same message is printed.
+    previous_handler = signal.signal(signal.SIGTERM, _terminate)
     try:
         run = load_run(args.file)
         if args.command == "run":
@@ -181,15 +197,28 @@ def main(argv: list[str] | None = None) -> int:
         else:
             only = [args.command]
         markers = run_pipeline(run, args.workdir, only=only, force=args.force)
+    except (KeyboardInterrupt, Terminated) as stop:
+        print(
+            "interrupted: finished stages and the last epoch checkpoint are kept; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(stop, Terminated) else 130
     except (SpecError, DataError, ModelError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except StageFailed as error:
         cause = error.__cause__
         print(f"error: {error}", file=sys.stderr)
-        if isinstance(cause, (DataError, ModelError, ValueError, FileNotFoundError)):
+        if isinstance(cause, (DataError, ModelError, ValueError, OSError)):
             return 2
         raise
+    except OSError as error:
+        # A workdir that is a file, read-only or otherwise unusable.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
 
     if args.termination_log is not None:
         args.termination_log.write_text(_termination_message(markers, args.workdir), encoding="utf-8")

@@ -153,7 +153,7 @@ def _resolve_format(path: Path, file_format: str | None) -> str:
     if suffix not in FILE_FORMATS:
         raise _error(
             path, None, f"cannot tell the file format from the extension {suffix!r}",
-            "Rename the file to .jsonl, .csv or .tsv, or set file_format to jsonl, csv or tsv",
+            "Rename the file to end in .jsonl, .csv or .tsv",
         )
     return FILE_FORMATS[suffix]
 
@@ -341,6 +341,10 @@ def write_text_atomic(path: Path, text: str) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp creates the file 0600; give it the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp_name, 0o666 & ~umask)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as temp_file:
             temp_file.write(text)

@@ -8,10 +8,14 @@ and everything after it, but not data preparation or the teacher.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,13 +37,34 @@ class StageOrderError(ValueError):
     """A stage was asked to run before the stages it reads from."""
 
 
+class RunDirBusy(ValueError):
+    """Another process holds the run directory's lock."""
+
+
+def _file_digest(path: str | None) -> str | None:
+    # Data files are part of the prepare stage's inputs: editing one must
+    # rerun prepare and everything after it, not reuse stale splits.
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return "unreadable"
+
+
 def fingerprints(run: DistillationRun) -> dict[str, str]:
     """Return each stage's fingerprint, chained through the stages before it."""
     spec = run.spec.model_dump(mode="json", by_alias=True)
+    dataset = run.spec.dataset
+    data_files = {split: _file_digest(getattr(dataset, split)) for split in ("train", "dev", "test")}
     result: dict[str, str] = {}
     previous = ""
     for name, _, sections in stage_functions.STAGES:
-        payload = json.dumps({"stage": name, "previous": previous, **{key: spec[key] for key in sections}}, sort_keys=True)
+        inputs = {key: spec[key] for key in sections}
+        if name == "prepare" and any(data_files.values()):
+            inputs["dataFiles"] = data_files
+        payload = json.dumps({"stage": name, "previous": previous, **inputs}, sort_keys=True)
         previous = hashlib.sha256(payload.encode()).hexdigest()[:16]
         result[name] = previous
     return result
@@ -67,9 +92,43 @@ def _check_inputs(rundir: RunDir, stage: str, expected: dict[str, str]) -> None:
         if marker is None or marker.get("fingerprint") != expected[name]:
             state = "has not run" if marker is None else "ran with a different spec"
             raise StageOrderError(
-                f"stage {stage} needs stage {name}, which {state} in {rundir.root}; run it first "
-                f"(mangakd run FILE --workdir {rundir.root})"
+                f"stage {stage} needs stage {name}, which {state} in {rundir.root}; run the stages "
+                f"up to {stage} first (mangakd run --stages {','.join(STAGE_NAMES[: STAGE_NAMES.index(stage) + 1])})"
             )
+
+
+@contextmanager
+def _locked(rundir: RunDir) -> Iterator[None]:
+    # Two processes in one run directory would overwrite each other's
+    # checkpoints and models, so the second one stops at once.
+    handle = open(rundir.root / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunDirBusy(
+            f"another mangakd process (pid {holder}) is running in {rundir.root}; "
+            "wait for it to finish or use another --workdir"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _forget_from(rundir: RunDir, stage: str) -> None:
+    # A stage about to run invalidates its own marker, every later one and
+    # the reports, so a failure cannot leave an old report that looks current.
+    for name in STAGE_NAMES[STAGE_NAMES.index(stage) :]:
+        rundir.marker(name).unlink(missing_ok=True)
+    for path in (rundir.report_json, rundir.report_md, rundir.root / "metrics.json"):
+        path.unlink(missing_ok=True)
 
 
 def run_pipeline(
@@ -88,18 +147,31 @@ def run_pipeline(
         ``skipped`` telling whether it ran now.
     """
     rundir = RunDir(workdir)
+    if rundir.root.exists() and not rundir.root.is_dir():
+        raise NotADirectoryError(f"--workdir {rundir.root} is a file; give a directory")
     rundir.root.mkdir(parents=True, exist_ok=True)
+    with _locked(rundir):
+        return _run_locked(run, rundir, select_stages(only), force)
+
+
+def _run_locked(run: DistillationRun, rundir: RunDir, selected: list[str], force: bool) -> dict[str, dict]:
     expected = fingerprints(run)
     functions = {name: function for name, function, _ in stage_functions.STAGES}
     markers: dict[str, dict] = {}
 
-    for name in select_stages(only):
+    for name in selected:
         _check_inputs(rundir, name, expected)
         marker = rundir.read_marker(name)
         if marker is not None and marker.get("fingerprint") == expected[name] and not force:
             log.info("stage %s: complete, skipped", name)
             markers[name] = {**marker, "skipped": True}
             continue
+
+        _forget_from(rundir, name)
+        checkpoint = stage_functions.CHECKPOINTS.get(name)
+        if force and checkpoint is not None:
+            # --force means train again, not resume the finished checkpoint.
+            (rundir.checkpoints / checkpoint).unlink(missing_ok=True)
 
         log.info("stage %s: started", name)
         started_at, started = _now(), time.perf_counter()
@@ -116,6 +188,9 @@ def run_pipeline(
             "summary": summary,
         }
         write_json(rundir.marker(name), marker)
+        if checkpoint is not None:
+            # The model is saved; its checkpoint (hundreds of MB) only served resumption.
+            (rundir.checkpoints / checkpoint).unlink(missing_ok=True)
         log.info("stage %s: finished in %.1f s", name, marker["duration_s"])
         markers[name] = {**marker, "skipped": False}
 

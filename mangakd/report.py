@@ -61,7 +61,7 @@ def build_report(run: DistillationRun, rundir: RunDir) -> dict:
             "n_test_examples": evaluated["n_examples"],
             "data": markers["prepare"]["summary"]["examples"],
             "plots": calibrated["plots"],
-            "student_artifact": str(rundir.export / "student"),
+            "student_artifact": str((rundir.export / "student").resolve()),
             "stages": {
                 name: {key: marker[key] for key in ("started_at", "finished_at", "duration_s")}
                 for name, marker in markers.items()
@@ -92,7 +92,7 @@ def format_summary(report: dict) -> str:
         ("", "teacher", "student"),
         ("accuracy (95% CI)", _rate(teacher["accuracy"]), _rate(student["accuracy"])),
         ("macro-F1", _rate(teacher["macro_f1"]), _rate(student["macro_f1"])),
-        ("ECE", _rate(teacher["ece"]), _rate(student["ece"])),
+        ("ECE (student calibrated)", _rate(teacher["ece"]), _rate(student["ece"])),
         ("ECE before calibration", "", _rate(student["ece_uncalibrated"])),
         ("NLL", _rate(teacher["nll"]), _rate(student["nll"])),
         ("P50 / P95 latency, batch 1 (ms)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 from transformers import AutoTokenizer
 
@@ -23,6 +24,9 @@ from mangakd.spec import DistillationRun
 from mangakd.training import DistillTargets, TrainSettings, compute_logits, fit, set_seed
 
 log = logging.getLogger(__name__)
+
+# Training checkpoints of the stages that train, inside RunDir.checkpoints.
+CHECKPOINTS = {"finetune": "teacher.pt", "distill": "student.pt"}
 
 
 def _settings(spec) -> TrainSettings:
@@ -60,6 +64,13 @@ def teacher_dir(run: DistillationRun, rundir: RunDir):
 def prepare(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     """Load, validate, subset and write the splits and the label map."""
     source = run.spec.dataset
+    for field in ("train", "dev", "test"):
+        given = getattr(source, field)
+        if given is not None and Path(given).resolve().is_relative_to(rundir.data.resolve()):
+            raise ValueError(
+                f"dataset.{field} {given!r} is inside {rundir.data}, which the prepare stage "
+                "overwrites; move the file out of the run directory's data/ folder"
+            )
     splits = datasets.load_splits(
         builtin=source.builtin,
         train=source.train,
@@ -80,6 +91,9 @@ def prepare(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
             seed=source.seed,
         )
     label_map = LabelMap.from_examples(splits.train)
+
+    # Checked now, against the real labels, so a typo fails before any training.
+    costs.cost_matrix_from_spec(run.spec.evaluation.cost_matrix, label_map.names)
     report = data_report(splits)
     write_prepared(rundir.data, splits, label_map, report)
     return {
@@ -107,7 +121,7 @@ def teacher(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
         texts(splits.train),
         label_map.encode(labels(splits.train)),
         _settings(spec.finetune),
-        rundir.checkpoints / "teacher.pt",
+        rundir.checkpoints / CHECKPOINTS["finetune"],
         run_key=fingerprint,
         description="finetune",
     )
@@ -131,13 +145,7 @@ def distill(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     )
     teacher_model.to(device)
 
-    # Teacher logits are computed once per split; the student's epochs reuse them.
-    for split in ("train", "dev", "test"):
-        logits = compute_logits(
-            teacher_model, teacher_tokenizer, texts(getattr(splits, split)), max_length=spec.max_length
-        )
-        rundir.save_logits("teacher", split, logits[:, label_order])
-
+    # The student is built first, so a bad layer choice fails before the slow logits pass.
     set_seed(spec.seed)
     student, layer_map, student_tokenizer_dir = models.build_student(
         teacher_model, run.spec.student, label_map.names
@@ -147,11 +155,13 @@ def distill(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
         student_tokenizer = teacher_tokenizer
     else:
         student_tokenizer = AutoTokenizer.from_pretrained(str(student_tokenizer_dir))
-    if spec.hidden_state_loss_weight > 0 and layer_map is None:
-        raise ValueError(
-            "distillation.hiddenStateLossWeight needs a student built from teacher layers "
-            "(student.numLayers or student.teacherLayers); set it to 0 for student.path"
+
+    # Teacher logits are computed once per split; the student's epochs reuse them.
+    for split in ("train", "dev", "test"):
+        logits = compute_logits(
+            teacher_model, teacher_tokenizer, texts(getattr(splits, split)), max_length=spec.max_length
         )
+        rundir.save_logits("teacher", split, logits[:, label_order])
 
     targets = DistillTargets(
         teacher_logits=rundir.load_logits("teacher", "train"),
@@ -167,7 +177,7 @@ def distill(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
         texts(splits.train),
         label_map.encode(labels(splits.train)),
         _settings(spec),
-        rundir.checkpoints / "student.pt",
+        rundir.checkpoints / CHECKPOINTS["distill"],
         run_key=fingerprint,
         targets=targets,
         description="distill",
@@ -285,6 +295,9 @@ def evaluate(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
 
 def gate(run: DistillationRun, rundir: RunDir, fingerprint: str) -> dict:
     """Judge the student against the gate policy."""
+    thresholds = run.spec.gate.model_dump(exclude={"min_onnx_argmax_agreement", "judge_on", "judge_on_overrides"})
+    if all(value is None for value in thresholds.values()):
+        log.warning("spec.gate sets no thresholds, so only ONNX parity is checked; set minAccuracy or maxAccuracyGap")
     exported = rundir.summary("export")
     student_latency = exported["latency_ms"]["student"]["batch_1"]
     verdict = evaluate_gate(

@@ -226,7 +226,7 @@ def test_missing_file(tmp_path):
 def test_unknown_extension(tmp_path):
     path = write_text(tmp_path / "intents.txt", "text\tlabel\nhi\tgreet\n")
 
-    with pytest.raises(DataError, match="set file_format"):
+    with pytest.raises(DataError, match="Rename the file to end in .jsonl, .csv or .tsv"):
         read_examples(path)
 
 

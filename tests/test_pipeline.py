@@ -108,6 +108,8 @@ def test_artifacts_written(finished_run):
         "data/labels.json",
     ):
         assert (workdir / relative).is_file(), f"{relative} is missing"
+    for checkpoint in ("teacher.pt", "student.pt"):
+        assert not (workdir / "checkpoints" / checkpoint).exists(), f"{checkpoint} kept after training finished"
 
 
 def test_termination_log_fits_kubernetes_limit(finished_run):
@@ -163,3 +165,14 @@ def test_missing_data_file_names_path(tmp_path, capsys):
     spec_file.write_text(yaml.safe_dump(_run_document(tmp_path / "missing.jsonl")))
     assert main(["run", str(spec_file), "--workdir", str(tmp_path / "w")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_data_inside_run_directory_rejected(tmp_path, capsys):
+    workdir = tmp_path / "w"
+    (workdir / "data").mkdir(parents=True)
+    data_path = _write_data(workdir / "data")
+    spec_file = tmp_path / "run.yaml"
+    spec_file.write_text(yaml.safe_dump(_run_document(data_path)))
+    assert main(["prepare", str(spec_file), "--workdir", str(workdir)]) == 2
+    assert "which the prepare stage overwrites" in capsys.readouterr().err
+    assert data_path.is_file()
