@@ -35,9 +35,6 @@ class ServingSpec(CamelModel):
     shadow_sample_rate: float = Field(
         default=0.1, ge=0, le=1, description="Share of requests also sent to the teacher to measure agreement."
     )
-    threads: int | None = Field(
-        default=None, ge=1, le=64, description="onnxruntime intra-op threads per pod; every core of the pod when absent."
-    )
     resources: dict[str, Any] = Field(default_factory=dict, description="Container resources, as in a Pod spec.")
 
 
@@ -58,12 +55,6 @@ class AnalysisSpec(CamelModel):
     max_p95_latency_ms: float | None = Field(default=None, gt=0, description="Maximum server P95 latency in ms.")
     failure_limit: int = Field(default=1, ge=1, le=100, description="Failed analyses that trigger a revert.")
     interval_seconds: int = Field(default=30, ge=1, le=3600, description="Time between analyses.")
-    sample_timeout_seconds: int = Field(
-        default=600,
-        ge=1,
-        le=86400,
-        description="Longest wait for minSamples after a step's pause; an analysis still short of them then fails.",
-    )
     prometheus_url: str | None = Field(
         default=None, description="Read metrics from this Prometheus instead of the pods' /metrics."
     )
