@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from mangakd.resources import StudentModelSpec, TeacherRotationSpec
 from mangakd.spec import API_GROUP, API_VERSION, DistillationRunSpec
-from mangakd.status import Condition, DistillationRunStatus, StatusModel
+from mangakd.status import Condition, DistillationRunStatus, StatusModel, StudentModelStatus
 
 CATEGORY = "mangakd"
 READY = '.status.conditions[?(@.type=="Ready")].status'
@@ -29,7 +29,7 @@ _DROPPED = {"title", "propertyNames", "$defs", "const", "discriminator"}
 
 
 class ResourceStatus(StatusModel):
-    """Observed state of a StudentModel or TeacherRotation (more fields are kept)."""
+    """Observed state of a TeacherRotation (more fields are kept)."""
 
     phase: str | None = None
     observed_generation: int | None = None
@@ -38,7 +38,7 @@ class ResourceStatus(StatusModel):
 
 @dataclass
 class Resource:
-    """What a CRD needs beyond the spec and status models."""
+    """Names, printer columns and models of one custom resource kind."""
 
     kind: str
     plural: str
@@ -87,18 +87,20 @@ RESOURCES = [
         plural="studentmodels",
         short_names=["sm", "student"],
         spec=StudentModelSpec,
-        status=ResourceStatus,
+        status=StudentModelStatus,
         description="Serves a gated student with a canary rollout, analysis, guard and revert.",
         columns=[
             _column("Phase", ".status.phase"),
             _column("Ready", READY),
-            _column("Stable", ".status.stableRevision", "integer"),
-            _column("Canary", ".status.canaryRevision", "integer"),
+            _column("Stable", ".status.stableRevision", "integer", description="Revision of the stable pods"),
+            _column("Canary", ".status.canaryRevision", "integer", description="Revision under canary analysis"),
+            _column("Weight", ".status.canaryWeight", "integer", description="Percent of student pods on the canary"),
             AGE,
-            _column("Weight", ".status.canaryWeight", "integer", 1),
+            _column("Last-Good", ".status.lastGoodRevision", "integer", 1),
+            _column("Step", ".status.currentStep", "integer", 1),
+            _column("Agreement", ".status.lastAnalysis.agreement", "number", 1),
             _column("Reason", '.status.conditions[?(@.type=="Ready")].reason', "string", 1),
         ],
-        open_status=True,
     ),
     Resource(
         kind="TeacherRotation",

@@ -9,12 +9,16 @@ of the CRD schemas.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from mangakd.spec import CamelModel, ObjectMeta, TeacherSpec
+from mangakd.spec import API_GROUP, CamelModel, ObjectMeta, SpecError, TeacherSpec, format_validation_error
+
+# Annotation through which `kubectl mangakd rollback` asks the operator for a rollback.
+ROLLBACK_ANNOTATION = f"{API_GROUP}/rollback-request"
 
 
 class ArtifactRef(CamelModel):
@@ -34,6 +38,9 @@ class ServingSpec(CamelModel):
     max_wait_ms: float = Field(default=5.0, ge=0, le=1000, description="Longest a request waits for a batch to fill, in ms.")
     shadow_sample_rate: float = Field(
         default=0.1, ge=0, le=1, description="Share of requests also sent to the teacher to measure agreement."
+    )
+    threads: int | None = Field(
+        default=None, ge=1, le=64, description="onnxruntime intra-op threads per pod; every core of the pod when absent."
     )
     resources: dict[str, Any] = Field(default_factory=dict, description="Container resources, as in a Pod spec.")
 
@@ -55,6 +62,12 @@ class AnalysisSpec(CamelModel):
     max_p95_latency_ms: float | None = Field(default=None, gt=0, description="Maximum server P95 latency in ms.")
     failure_limit: int = Field(default=1, ge=1, le=100, description="Failed analyses that trigger a revert.")
     interval_seconds: int = Field(default=30, ge=1, le=3600, description="Time between analyses.")
+    sample_timeout_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="Longest wait for minSamples after a step's pause; an analysis still short of them then fails.",
+    )
     prometheus_url: str | None = Field(
         default=None, description="Read metrics from this Prometheus instead of the pods' /metrics."
     )
@@ -144,3 +157,61 @@ class TeacherRotation(CamelModel):
     kind: Literal["TeacherRotation"]
     metadata: ObjectMeta
     spec: TeacherRotationSpec
+
+
+def parse_student_model(document: dict[str, Any], source: str = "<object>") -> StudentModel:
+    """Validate a StudentModel document.
+
+    Raises
+    ------
+    SpecError
+        With one line per invalid field, naming the field's YAML path.
+    """
+    if not isinstance(document, dict):
+        raise SpecError(f"{source}: expected a mapping with apiVersion, kind, metadata and spec")
+    try:
+        return StudentModel.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(f"{source} is invalid:\n{format_validation_error(error)}") from None
+
+
+class RollbackRequest(CamelModel):
+    """A rollback request, stored as JSON in the annotation ``mangakd.io/rollback-request``.
+
+    The operator handles each ``id`` once and reports the outcome in ``status.rollback``.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    id: str = Field(min_length=1, max_length=128, description="Unique id of the request.")
+    to_revision: int | None = Field(
+        default=None, ge=1, description="Revision to make stable; the last good revision when absent."
+    )
+    requested_at: str = Field(description="When the request was made, RFC 3339.")
+    observed_resource_version: str | None = Field(
+        default=None, description="The StudentModel's resourceVersion that the requester read."
+    )
+
+    def to_annotation(self) -> str:
+        """Return the annotation value: compact JSON with camelCase keys."""
+        return json.dumps(self.model_dump(by_alias=True), separators=(",", ":"))
+
+
+def parse_rollback_request(value: str) -> RollbackRequest:
+    """Parse the annotation value written by ``kubectl mangakd rollback``.
+
+    Raises
+    ------
+    SpecError
+        When the value is not JSON or lacks ``id`` or ``requestedAt``.
+    """
+    try:
+        document = json.loads(value)
+    except ValueError as error:
+        raise SpecError(f"annotation {ROLLBACK_ANNOTATION} is not JSON ({error}): {value[:200]!r}") from None
+    try:
+        return RollbackRequest.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(
+            f"annotation {ROLLBACK_ANNOTATION} is invalid:\n{format_validation_error(error)}"
+        ) from None

@@ -106,6 +106,12 @@ def prepare_update(resource_type: ResourceType, obj: dict[str, Any], old: dict[s
     elif resource_type.kind == "Job":
         # The selector and the controller labels are immutable after creation.
         obj.setdefault("spec", {})["selector"] = copy.deepcopy(old.get("spec", {}).get("selector"))
+    elif resource_type.kind in ("Deployment", "ReplicaSet"):
+        # kube-apiserver defaults the pod template on every write, so an update that
+        # leaves defaulted fields out does not change the template (and roll the pods).
+        template_spec = ((obj.get("spec") or {}).get("template") or {}).get("spec")
+        if isinstance(template_spec, dict) and template_spec.get("containers"):
+            default_pod_spec(template_spec)
     return []
 
 

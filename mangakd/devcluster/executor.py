@@ -5,11 +5,16 @@ Which runtime runs a pod is decided by :meth:`Executor.runtime_for`:
 
 - :class:`ProcessRuntime` runs the containers as local processes
   (:mod:`.kubelet`): the default for Job pods and bare pods;
+- :class:`.serving.ServingRuntime` runs ReplicaSet (Deployment) pods as
+  long-running local processes with ports, readiness probes, restarts and
+  preStop hooks, and pods without a ``command`` as :class:`SimulatedRuntime`
+  does;
 - :class:`SimulatedRuntime` marks the pod Running and Ready without a
-  process: the default for ReplicaSet (Deployment) pods.
+  process.
 
-To run real server processes for Deployment pods later, pass
-``replicaset_runtime=ProcessRuntime(...)`` (or another :class:`PodRuntime`).
+``replicaset_runtime`` replaces the runtime of ReplicaSet pods (another
+:class:`PodRuntime`). :class:`.services.ServiceProxies` keeps each
+Service's endpoints and local load balancer.
 
 Deleting a pod (directly, or through its Job's garbage collection) sends
 SIGTERM to its process groups and SIGKILL after
@@ -32,6 +37,8 @@ from .errors import ApiError, bad_request
 from .jobs import JobController
 from .kubelet import PodRunner
 from .meta import format_time
+from .serving import ServingRuntime
+from .services import ServiceProxies
 from .store import Change
 
 logger = logging.getLogger(__name__)
@@ -132,7 +139,9 @@ class Executor:
         self.state_dir = state_dir
         self.loop = loop
         self.processes = ProcessRuntime(api, state_dir)
-        self.replicaset_runtime: PodRuntime = replicaset_runtime or SimulatedRuntime(api)
+        self.services = ServiceProxies(api, loop)
+        self.replicaset_runtime: PodRuntime = replicaset_runtime or ServingRuntime(
+            api, state_dir, self.services.resolve, SimulatedRuntime(api))
         self.jobs = JobController(api, loop)
         self.replica_sets = ReplicaSetController(api)
         self.deployments = DeploymentController(api)
@@ -245,7 +254,7 @@ class Executor:
         offset = path.stat().st_size
         uid = pod["metadata"]["uid"]
         while True:
-            running = self.processes.log_running(uid)
+            running = self.processes.log_running(uid) or self.replicaset_runtime.log_running(uid)
             size = path.stat().st_size if path.exists() else offset
             if size > offset:
                 with path.open("rb") as log_file:
@@ -260,3 +269,6 @@ class Executor:
 
     async def shutdown(self) -> None:
         await self.processes.shutdown()
+        if isinstance(self.replicaset_runtime, ServingRuntime):
+            await self.replicaset_runtime.shutdown()
+        await self.services.shutdown()

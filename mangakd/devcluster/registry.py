@@ -88,6 +88,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _core("events", "Event", short_names=("ev",), subresources=frozenset()),
     _core("persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",)),
     _core("serviceaccounts", "ServiceAccount", short_names=("sa",), subresources=frozenset()),
+    _core("endpoints", "Endpoints", short_names=("ep",), subresources=frozenset()),
     ResourceType("apps", "v1", "deployments", "deployment", "Deployment", True,
                  short_names=("deploy",), categories=("all",),
                  subresources=frozenset({"status", "scale"})),

@@ -182,7 +182,8 @@ def merge_counters(counters: Iterable[ServerCounters]) -> ServerCounters:
             arrays[name] += array
         for bound, count in item.latency_buckets.items():
             latency[bound] = latency.get(bound, 0.0) + count
-    return ServerCounters(**scalars, **arrays, latency_buckets=latency)
+    fields: dict[str, Any] = {**scalars, **arrays, "latency_buckets": latency}
+    return ServerCounters(**fields)
 
 
 def counters_since(current: ServerCounters, previous: ServerCounters | None) -> ServerCounters:
@@ -218,7 +219,8 @@ def counters_since(current: ServerCounters, previous: ServerCounters | None) -> 
     )
     if restarted or went_down:
         return current
-    return replace(current, **scalars, **arrays, latency_buckets=latency)
+    changes: dict[str, Any] = {**scalars, **arrays, "latency_buckets": latency}
+    return replace(current, **changes)
 
 
 def histogram_quantile(quantile: float, buckets: Mapping[float, float]) -> float | None:
@@ -272,7 +274,7 @@ def histogram_quantile(quantile: float, buckets: Mapping[float, float]) -> float
     in_bucket = counts[index] - below
     if in_bucket <= 0:
         return upper
-    return lower + (upper - lower) * (rank - below) / in_bucket
+    return float(lower + (upper - lower) * (rank - below) / in_bucket)
 
 
 def summarize(counters: ServerCounters) -> dict[str, float | int | None]:

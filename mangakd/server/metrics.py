@@ -9,6 +9,7 @@ only the server's own series plus its process statistics.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -181,7 +182,7 @@ class ServerMetrics:
         for intent in intents:
             self.predictions.labels(intent=intent)
 
-    def observe_predictions(self, predictions: Sequence[dict]) -> None:
+    def observe_predictions(self, predictions: Sequence[dict[str, Any]]) -> None:
         """Count the predicted intents and record their confidences."""
         for prediction in predictions:
             self.predictions.labels(intent=prediction["intent"]).inc()

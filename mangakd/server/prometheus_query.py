@@ -104,7 +104,8 @@ async def query_vector(session: aiohttp.ClientSession, base_url: str, query: str
         raise PrometheusQueryError(
             f"query {query!r} returned result type {data.get('resultType')!r}; expected an instant vector"
         )
-    return data["result"]
+    result: list[dict[str, Any]] = data["result"]
+    return result
 
 
 def _value(entry: dict[str, Any]) -> float:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from mangakd import __version__
 
 DEFAULT_IMAGE = f"mangakd/trainer:{__version__}"
+DEFAULT_SERVER_IMAGE = f"mangakd/server:{__version__}"
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,14 @@ class OperatorConfig:
         Seconds kopf waits before retrying after a transient API error.
     watch_timeout : float
         Seconds after which the API server closes a watch and kopf reopens it.
+    server_image : str
+        Image of the inference server pods of StudentModels without ``spec.serving.image``.
+    rollout_interval : float
+        Seconds between two reconciles of one StudentModel (rollout steps, analyses, guard checks).
+    server_pre_stop_seconds : int
+        Seconds a deleted server pod keeps serving (its preStop sleep) while it leaves the Service's endpoints.
+    scrape_timeout : float
+        Timeout in seconds of one scrape of a server pod's ``/metrics`` or one Prometheus query.
     """
 
     trainer_image: str = DEFAULT_IMAGE
@@ -55,6 +64,10 @@ class OperatorConfig:
     reconcile_interval: float = 30.0
     retry_delay: float = 10.0
     watch_timeout: float = 300.0
+    server_image: str = DEFAULT_SERVER_IMAGE
+    rollout_interval: float = 5.0
+    server_pre_stop_seconds: int = 5
+    scrape_timeout: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -64,7 +77,9 @@ class OperatorConfig:
         the trainer image), ``MANGAKD_IMAGE_PULL_POLICY``,
         ``MANGAKD_JOB_SERVICE_ACCOUNT``, ``MANGAKD_METRICS_PORT``, ``MANGAKD_METRICS_ADDRESS``,
         ``MANGAKD_RECONCILE_INTERVAL``, ``MANGAKD_RETRY_DELAY`` and
-        ``MANGAKD_WATCH_TIMEOUT`` (seconds).
+        ``MANGAKD_WATCH_TIMEOUT`` (seconds); for StudentModels ``MANGAKD_SERVER_IMAGE``,
+        ``MANGAKD_ROLLOUT_INTERVAL``, ``MANGAKD_SERVER_PRESTOP_SECONDS`` and
+        ``MANGAKD_SCRAPE_TIMEOUT`` (seconds).
         """
         env = os.environ if environ is None else environ
         trainer_image = env.get("MANGAKD_TRAINER_IMAGE") or cls.trainer_image
@@ -83,6 +98,12 @@ class OperatorConfig:
             reconcile_interval=_seconds(env, "MANGAKD_RECONCILE_INTERVAL", cls.reconcile_interval),
             retry_delay=_seconds(env, "MANGAKD_RETRY_DELAY", cls.retry_delay),
             watch_timeout=_seconds(env, "MANGAKD_WATCH_TIMEOUT", cls.watch_timeout),
+            server_image=env.get("MANGAKD_SERVER_IMAGE") or cls.server_image,
+            rollout_interval=_seconds(env, "MANGAKD_ROLLOUT_INTERVAL", cls.rollout_interval),
+            server_pre_stop_seconds=_whole_seconds(
+                env, "MANGAKD_SERVER_PRESTOP_SECONDS", cls.server_pre_stop_seconds
+            ),
+            scrape_timeout=_seconds(env, "MANGAKD_SCRAPE_TIMEOUT", cls.scrape_timeout),
         )
 
 
@@ -98,6 +119,19 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         ) from None
     if not value > 0:
         raise ConfigError(f"{name}={raw!r} must be greater than 0 seconds")
+    return value
+
+
+def _whole_seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer; set whole seconds, e.g. 5") from None
+    if not 0 <= value <= 3600:
+        raise ConfigError(f"{name}={raw!r} is out of range; set 0 to 3600 seconds")
     return value
 
 

@@ -30,8 +30,13 @@ from .metrics import OperatorMetrics
 from .observe import Observed
 from .reconcile import Decision, reconcile, reject, status_patch
 from .results import ResultError, parse_result
+from .studentmodel.handlers import register_student_models
+from .studentmodel.kube import StudentModelApi
+from .studentmodel.measure import Measurer
 
-RESOURCE = {"group": API_GROUP, "version": API_VERSION, "plural": "distillationruns"}
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+PLURAL = "distillationruns"
 PREFIX = API_GROUP
 FINALIZER = f"{API_GROUP}/finalizer"
 
@@ -71,9 +76,7 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
         objects_logger.addFilter(RoutineSuccessFilter())
 
 
-def reconcile_run(
-    namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger | logging.LoggerAdapter[Any]
-) -> None:
+def reconcile_run(namespace: str, name: str, memo: Any, logger: Logger) -> None:
     """Reconcile one DistillationRun: observe, decide, apply the actions, write the status.
 
     Raises
@@ -151,48 +154,55 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         return kopf.login_via_client(**kwargs)
 
     @kopf.on.startup(id="startup", registry=registry)
-    def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    def start(*, settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_: Any) -> None:
         configure_settings(settings, config)
         memo.config = config
         memo.kube = KubeApi.connect()
+        memo.models = StudentModelApi(memo.kube)
+        memo.measurer = Measurer(config.scrape_timeout)
         memo.metrics = OperatorMetrics()
         memo.metrics.serve(config.metrics_port, config.metrics_address)
         where = f"on {config.metrics_address}:{config.metrics_port}" if config.metrics_port else "disabled"
         logger.info(
-            f"Started the mangakd operator: reconcile every {config.reconcile_interval:g} s, metrics {where}, "
-            f"trainer image {config.trainer_image}, evaluator image {config.evaluator_image}."
+            f"Started the mangakd operator: reconcile every {config.reconcile_interval:g} s, "
+            f"StudentModels every {config.rollout_interval:g} s, metrics {where}, "
+            f"trainer image {config.trainer_image}, evaluator image {config.evaluator_image}, "
+            f"server image {config.server_image}."
         )
 
     @kopf.on.cleanup(id="shutdown", registry=registry)
-    def stop(memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    def stop(*, memo: Any, logger: Logger, **_: Any) -> None:
         kube = memo.get("kube")
         if kube is not None:
             kube.close()
         logger.info("Stopped the mangakd operator.")
 
-    @kopf.on.resume(**RESOURCE, id="reconcile", registry=registry)
-    @kopf.on.create(**RESOURCE, id="reconcile", registry=registry)
-    @kopf.on.update(**RESOURCE, id="reconcile", field="spec", registry=registry)
-    def on_change(namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-        reconcile_run(namespace, name, memo, logger)
+    @kopf.on.resume(API_GROUP, API_VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.create(API_GROUP, API_VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.update(API_GROUP, API_VERSION, PLURAL, id="reconcile", field="spec", registry=registry)
+    def on_change(*, namespace: str | None, name: str, memo: Any, logger: Logger, **_: Any) -> None:
+        reconcile_run(namespace or "default", name, memo, logger)
 
-    @kopf.on.timer(**RESOURCE, id="reconcile-timer", interval=config.reconcile_interval, registry=registry)
-    def on_timer(namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-        reconcile_run(namespace, name, memo, logger)
+    @kopf.on.timer(
+        API_GROUP, API_VERSION, PLURAL, id="reconcile-timer", interval=config.reconcile_interval, registry=registry
+    )
+    def on_timer(*, namespace: str | None, name: str, memo: Any, logger: Logger, **_: Any) -> None:
+        reconcile_run(namespace or "default", name, memo, logger)
 
-    @kopf.on.delete(**RESOURCE, id="cleanup", registry=registry)
+    @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, id="cleanup", registry=registry)
     def on_delete(
-        namespace: str,
+        *,
+        namespace: str | None,
         name: str,
         uid: str,
         spec: kopf.Spec,
-        memo: kopf.Memo,
-        logger: logging.Logger,
+        memo: Any,
+        logger: Logger,
         **_: Any,
     ) -> None:
         kube: KubeApi = memo.kube
         try:
-            deleted = kube.delete_children(namespace, name)
+            deleted = kube.delete_children(namespace or "default", name)
         except TransientApiError as error:
             memo.metrics.count_error(error.reason)
             logger.warning(f"{error}; retrying the cleanup in {config.retry_delay:g} s.")
@@ -201,3 +211,5 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         claim = (spec.get("storage") or {}).get("pvc")
         artifacts_note = f" The artifacts on PersistentVolumeClaim {claim} were kept." if claim else ""
         logger.info(f"Deleted {', '.join(deleted) if deleted else 'no children'}.{artifacts_note}")
+
+    register_student_models(registry, config)

@@ -72,6 +72,11 @@ def _json(response: Any) -> Any:
     return json.loads(response.data or b"null")
 
 
+def _as_body(manifest: dict[str, Any]) -> Any:
+    """Pass a plain dict where the client's signature names a model class; it sends dicts as they are."""
+    return manifest
+
+
 class KubeApi:
     """Reads and writes the objects of DistillationRuns; every method takes a namespace."""
 
@@ -86,28 +91,29 @@ class KubeApi:
         """Connect with the in-cluster ServiceAccount, or else the kubeconfig (``KUBECONFIG``)."""
         configuration = client.Configuration()
         try:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except ConfigException:
             # Read KUBECONFIG now: the client's default is fixed when it is imported.
-            config.load_kube_config(
+            config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
             )
         return cls(client.ApiClient(configuration))
 
     def close(self) -> None:
         """Close the connection pool."""
-        self.api_client.close()
+        self.api_client.close()  # type: ignore[no-untyped-call]
 
     # ---- reading -------------------------------------------------------------
 
     def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the DistillationRun, or None when it no longer exists."""
         try:
-            return _json(
+            run: dict[str, Any] | None = _json(
                 self.custom.get_namespaced_custom_object(
                     API_GROUP, API_VERSION, namespace, RUNS, name, _preload_content=False
                 )
             )
+            return run
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -175,9 +181,9 @@ class KubeApi:
         assert manifest is not None
         try:
             if action.kind == "Job":
-                self.batch.create_namespaced_job(namespace, manifest, _preload_content=False)
+                self.batch.create_namespaced_job(namespace, _as_body(manifest), _preload_content=False)
             elif action.kind == "ConfigMap":
-                self.core.create_namespaced_config_map(namespace, manifest, _preload_content=False)
+                self.core.create_namespaced_config_map(namespace, _as_body(manifest), _preload_content=False)
             else:
                 self.custom.create_namespaced_custom_object(
                     API_GROUP, API_VERSION, namespace, STUDENT_MODELS, manifest, _preload_content=False

@@ -8,7 +8,12 @@ Metrics (all prefixed ``mangakd_operator_``):
   operator process (stages skipped as complete are not observed);
 - ``gate_results_total{result}``: counter of gate verdicts, ``passed`` or ``failed``;
 - ``reconcile_errors_total{reason}``: counter of failed reconciles, by reason
-  (``InvalidSpec``, ``Conflict``, ``ServerError``, ``Connection``, ...).
+  (``InvalidSpec``, ``Conflict``, ``ServerError``, ``Connection``, ...);
+- ``rollouts_total{result}``: counter of finished canary rollouts, ``promoted`` or ``reverted``;
+- ``guard_reverts_total``: counter of reverts started by the guard after promotion;
+- ``analysis_results_total{target,result}``: counter of analyses, target ``canary`` or
+  ``stable`` (guard), result ``Passed``, ``Failed`` or ``Inconclusive``;
+- ``stable_revision{namespace,studentmodel}``: gauge of each StudentModel's stable revision.
 
 Each :class:`OperatorMetrics` owns its registry, so tests can create
 several without clashing in prometheus-client's global registry.
@@ -59,6 +64,31 @@ class OperatorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.rollouts = Counter(
+            "mangakd_operator_rollouts",
+            "Finished canary rollouts of StudentModels, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.guard_reverts = Counter(
+            "mangakd_operator_guard_reverts",
+            "Reverts of a stable StudentModel revision started by the guard.",
+            registry=self.registry,
+        )
+        self.analysis_results = Counter(
+            "mangakd_operator_analysis_results",
+            "Analyses of StudentModel revisions, by target (canary, stable) and result.",
+            ["target", "result"],
+            registry=self.registry,
+        )
+        self.stable_revision = Gauge(
+            "mangakd_operator_stable_revision",
+            "The stable revision of each StudentModel.",
+            ["namespace", "studentmodel"],
+            registry=self.registry,
+        )
+        for result in ("promoted", "reverted"):
+            self.rollouts.labels(result=result)
         for phase in PHASES:
             self.runs.labels(phase=phase).set(0)
         for result in ("passed", "failed"):
@@ -103,3 +133,25 @@ class OperatorMetrics:
     def count_error(self, reason: str) -> None:
         """Count one failed or rejected reconcile."""
         self.reconcile_errors.labels(reason=reason).inc()
+
+    def count_rollout(self, promoted: bool) -> None:
+        """Count one finished canary rollout."""
+        self.rollouts.labels(result="promoted" if promoted else "reverted").inc()
+
+    def count_guard_revert(self) -> None:
+        """Count one revert started by the guard."""
+        self.guard_reverts.inc()
+
+    def count_analysis(self, target: str, result: str) -> None:
+        """Count one analysis of a canary or stable revision."""
+        self.analysis_results.labels(target=target, result=result).inc()
+
+    def set_stable_revision(self, namespace: str, name: str, revision: int | None) -> None:
+        """Record a StudentModel's stable revision; None removes the series (the model was deleted)."""
+        if revision is None:
+            try:
+                self.stable_revision.remove(namespace, name)
+            except KeyError:
+                pass
+        else:
+            self.stable_revision.labels(namespace=namespace, studentmodel=name).set(revision)

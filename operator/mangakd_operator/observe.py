@@ -56,7 +56,7 @@ class ObservedJob:
 def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":
-            return condition
+            return dict(condition)
     return None
 
 
@@ -64,7 +64,7 @@ def _termination(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
         terminated = (status.get("state") or {}).get("terminated")
         if terminated:
-            return terminated
+            return dict(terminated)
     return {}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Http, run_body, run_path
+from devcluster_support import Http, run_body, run_path
 
 
 def test_create_sets_server_metadata(http: Http, crd: dict[str, Any], namespace: str) -> None:

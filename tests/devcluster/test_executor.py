@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from devcluster_support import Http, wait_for
 
-from conftest import Http, wait_for
 from mangakd.devcluster import DevCluster
 from mangakd.devcluster.kubelet import expand_variables, substitute_paths
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devcluster_support import Http, run_body, run_path, wait_for
 
-from conftest import Http, run_body, run_path, wait_for
 from mangakd.devcluster import DevCluster
 
 OPERATOR = Path(__file__).with_name("kopf_operator.py")

@@ -7,8 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-
-from conftest import CRD_PATH, Http
+from devcluster_support import CRD_PATH, Http
 
 Kubectl = Callable[..., Any]
 

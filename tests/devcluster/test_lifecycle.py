@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Http, wait_for
+from devcluster_support import Http, wait_for
 
 
 def configmap(namespace: str, name: str = "") -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
+from devcluster_support import Http
 from kubernetes import client, config, watch
 
-from conftest import Http
 from mangakd.devcluster import DevCluster
 
 

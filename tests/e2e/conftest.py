@@ -38,12 +38,23 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 operator.stop()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def main_scenario(env: Env) -> MainScenario:
-    """Start the shared run before the first e2e test, so the short tests overlap with its training."""
+    """The shared run, started once per session."""
     scenario = MainScenario(env)
     scenario.start()
     return scenario
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_shared_run(request: pytest.FixtureRequest) -> None:
+    """Start the shared run before the first e2e test when a selected test waits for it.
+
+    The short tests then overlap with its training; a session without such
+    a test (say, only the StudentModel tests) trains nothing.
+    """
+    if request.config.stash.get(_NEEDS_SHARED_RUN, False):
+        request.getfixturevalue("main_scenario")
 
 
 # Fixtures that wait for the shared run to finish.
@@ -60,3 +71,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     # A stable sort keeps the file order within each group.
     items.sort(key=waits)
+    config = items[0].config if items else None
+    if config is not None:
+        config.stash[_NEEDS_SHARED_RUN] = any(waits(item) for item in items)
+
+
+_NEEDS_SHARED_RUN = pytest.StashKey[bool]()
