@@ -22,6 +22,7 @@ Logs (stdout and stderr together) go to ``STATE_DIR/logs/NAMESPACE/POD/CONTAINER
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import json
 import logging
@@ -40,6 +41,25 @@ from .meta import format_time
 logger = logging.getLogger(__name__)
 
 # Limits of the termination message, as the kubelet applies them.
+# Process groups of pod processes still running. shutdown() stops pods
+# gracefully; kill_remaining() is the backstop for any it missed, so that no
+# pod process outlives the dev cluster (it also runs at interpreter exit).
+_RUNNING_GROUPS: set[int] = set()
+
+
+def kill_remaining() -> None:
+    """Send SIGKILL to the process group of every pod process still running."""
+    for group in list(_RUNNING_GROUPS):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _RUNNING_GROUPS.discard(group)
+
+
+atexit.register(kill_remaining)
+
+
 MAX_TERMINATION_MESSAGE_BYTES = 4096
 FALLBACK_LOG_LINES = 80
 FALLBACK_LOG_BYTES = 2048
@@ -265,9 +285,14 @@ class PodRunner:
             return self._container_status(container, {"terminated": terminated}, False)
 
         self.processes[container["name"]] = process
+        _RUNNING_GROUPS.add(process.pid)
+        if getattr(self, "stopping", False):
+            # terminate() ran while this process was being started, so it missed it.
+            _signal_group(process, signal.SIGTERM)
         if not init:
             self._set_running(container, started_at)
         exit_code = await process.wait()
+        _RUNNING_GROUPS.discard(process.pid)
         self.processes.pop(container["name"], None)
         # A process killed by a signal reports -SIGNAL; the kubelet reports 128 + SIGNAL.
         exit_code = 128 - exit_code if exit_code < 0 else exit_code
