@@ -237,6 +237,13 @@ class DevCluster:
             self._error = error
             self._ready.set()
         finally:
+            # Pod runners still waiting on their processes are cancelled and run
+            # to the end here, so that none is destroyed pending with the loop.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
     def stop(self) -> None:
