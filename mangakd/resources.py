@@ -17,25 +17,25 @@ from pydantic.alias_generators import to_camel
 
 from mangakd.spec import API_GROUP, CamelModel, ObjectMeta, SpecError, TeacherSpec, format_validation_error
 
-# Annotation through which `kubectl mangakd rollback` asks the operator for a rollback.
+# Annotation through which `kubectl mangakd rollback` requests a rollback from the operator.
 ROLLBACK_ANNOTATION = f"{API_GROUP}/rollback-request"
 
 
 class ArtifactRef(CamelModel):
     """An exported model folder (model.onnx, tokenizer, manifest.json) on a PVC."""
 
-    pvc: str = Field(min_length=1, description="PersistentVolumeClaim that holds the folder.")
+    pvc: str = Field(min_length=1, description="PersistentVolumeClaim that contains the folder.")
     path: str = Field(min_length=1, description="Folder inside the claim, e.g. `runs/x/export/student`.")
 
 
 class ServingSpec(CamelModel):
-    """How the inference server runs."""
+    """Settings of the inference server pods."""
 
     image: str | None = Field(default=None, description="Inference server image; the operator's default when absent.")
     replicas: int = Field(default=2, ge=1, le=100, description="Pods serving the stable revision.")
     port: int = Field(default=8080, ge=1, le=65535, description="Container port of the server.")
     max_batch_size: int = Field(default=32, ge=1, le=1024, description="Largest micro-batch the server forms.")
-    max_wait_ms: float = Field(default=5.0, ge=0, le=1000, description="Longest a request waits for a batch to fill, in ms.")
+    max_wait_ms: float = Field(default=5.0, ge=0, le=1000, description="Maximum time a request waits for its batch to fill, in ms.")
     shadow_sample_rate: float = Field(
         default=0.1, ge=0, le=1, description="Share of requests also sent to the teacher to measure agreement."
     )
@@ -66,7 +66,7 @@ class AnalysisSpec(CamelModel):
         default=600,
         ge=1,
         le=86400,
-        description="Longest wait for minSamples after a step's pause; an analysis still short of them then fails.",
+        description="Maximum wait for minSamples after a step's pause, in seconds; an analysis still short of them then fails.",
     )
     prometheus_url: str | None = Field(
         default=None, description="Read metrics from this Prometheus instead of the pods' /metrics."
@@ -111,7 +111,7 @@ class StudentModelSpec(CamelModel):
 
 
 class RedistillTriggers(CamelModel):
-    """What starts a new distillation with the rotated teacher."""
+    """Triggers of a new distillation with the rotated teacher."""
 
     on_accept: bool = Field(default=True, description="Re-distill as soon as the candidate is accepted.")
     min_accuracy_gap: float | None = Field(
@@ -131,7 +131,7 @@ class TeacherRotationSpec(CamelModel):
         default=0.0, ge=-1, le=1, description="Candidate minus current teacher accuracy needed to accept it."
     )
     triggers: RedistillTriggers = Field(default_factory=RedistillTriggers, description="Re-distillation triggers.")
-    cooldown_seconds: int = Field(default=86400, ge=0, description="Least time between two re-distillations.")
+    cooldown_seconds: int = Field(default=86400, ge=0, description="Minimum time between two re-distillations, in seconds.")
     rollback_on_gate_failure: bool = Field(
         default=True, description="Keep the current teacher when the re-distilled student fails its gate."
     )

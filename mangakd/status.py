@@ -153,9 +153,9 @@ class StageStatus(StatusModel):
 
 
 class ArtifactStatus(StatusModel):
-    """Where the exported student is stored."""
+    """Location of the exported student."""
 
-    pvc: str = Field(description="PersistentVolumeClaim that holds the artifact.")
+    pvc: str = Field(description="PersistentVolumeClaim that contains the artifact.")
     path: str = Field(description="Folder of the exported student inside the claim.")
 
 
