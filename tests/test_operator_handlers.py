@@ -1,6 +1,6 @@
 """The kopf handler's glue, with the project's API layer replaced by an in-memory fake.
 
-The fake stands in for :class:`mangakd_operator.kube.KubeApi` only; the
+The fake replaces only :class:`mangakd_operator.kube.KubeApi`; the
 reconcile logic, the metrics and kopf's error types are the real ones.
 """
 

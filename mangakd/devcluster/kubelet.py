@@ -42,8 +42,8 @@ logger = logging.getLogger(__name__)
 
 # Limits of the termination message, as the kubelet applies them.
 # Process groups of pod processes still running. shutdown() stops pods
-# gracefully; kill_remaining() is the backstop for any it missed, so that no
-# pod process outlives the dev cluster (it also runs at interpreter exit).
+# gracefully, and kill_remaining() kills any it missed at interpreter exit,
+# so that no pod process outlives the dev cluster.
 _RUNNING_GROUPS: set[int] = set()
 
 

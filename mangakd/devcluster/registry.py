@@ -34,7 +34,7 @@ class ResourceType:
     custom
         True for types registered by a CRD (merge patch only, strict updates).
     storage_group
-        Group whose storage holds the objects (differs from ``group`` for
+        Group whose storage contains the objects (differs from ``group`` for
         ``events.k8s.io`` events, which share the core ``events`` storage).
     """
 

@@ -16,7 +16,7 @@ environment handling), with what a server needs on top:
   ``NAME.NAMESPACE.svc`` and ``NAME.NAMESPACE.svc.cluster.local``) in the
   arguments and environment values becomes ``http://127.0.0.1:LOCAL``, the
   Service's local load balancer (:mod:`.services`), when that Service exists
-  when the pod starts. This stands in for cluster DNS.
+  when the pod starts. This replaces cluster DNS.
 - Readiness. The ``readinessProbe``'s ``httpGet`` is polled against the
   local port with the probe's period and thresholds, and sets the pod's
   ``Ready`` condition; without a probe a pod is ready once its process runs.

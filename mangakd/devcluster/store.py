@@ -1,6 +1,6 @@
 """In-memory object storage with one global resourceVersion counter and watch history.
 
-The store knows nothing of the HTTP API: it keeps objects under a storage key
+The store is independent of the HTTP API: it keeps objects under a storage key
 (``(group, plural)``) and ``(namespace, name)``, stamps each write with the next
 resourceVersion, records the change in a bounded history and hands it to
 watchers and listeners. All calls run on the server's event loop thread, so

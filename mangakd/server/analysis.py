@@ -70,7 +70,7 @@ class ServerCounters:
         Per confidence bin: texts that agreed, texts that did not, and the sum
         of the student's confidence.
     start_time
-        Process start time in Unix seconds, which tells a restarted server
+        Process start time in Unix seconds, which distinguishes a restarted server
         from a running one; None for sums and for Prometheus query results.
     """
 

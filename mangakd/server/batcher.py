@@ -53,7 +53,7 @@ class MicroBatcher:
         Maximum texts per batch. A batch only ever contains whole requests, so a
         request with more texts than this runs as a batch of its own.
     max_wait_ms
-        Longest time in milliseconds that the oldest queued request waits for
+        Maximum time in milliseconds that the oldest queued request waits for
         the batch to fill. 0 runs whatever is queued at once.
     on_batch
         Called in the event loop after each batch with its text count and its

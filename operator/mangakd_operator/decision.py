@@ -1,4 +1,4 @@
-"""What a reconcile decides: the actions to apply, the new status and the log lines.
+"""Decisions of a reconcile: the actions to apply, the new status and the log lines.
 
 These plain records are the interface between the pure logic in
 :mod:`.reconcile` and :mod:`.phases` and the kopf handlers, which apply them.
@@ -42,7 +42,7 @@ class Note:
 
 @dataclass
 class Decision:
-    """What :func:`reconcile` decided.
+    """Result of :func:`reconcile`.
 
     Attributes
     ----------

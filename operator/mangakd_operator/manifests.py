@@ -69,7 +69,7 @@ def workdir(run: DistillationRun) -> str:
 
 
 def config_map(body: Mapping[str, Any], generation: int) -> dict[str, Any]:
-    """Build the ConfigMap that holds the run's YAML, read by ``mangakd run`` in both Jobs.
+    """Build the ConfigMap that contains the run's YAML, read by ``mangakd run`` in both Jobs.
 
     The YAML is the applied object's ``apiVersion``, ``kind``, name and
     ``spec`` (with the API server's defaults), so the Jobs see exactly what

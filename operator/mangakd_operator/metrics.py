@@ -103,7 +103,7 @@ class OperatorMetrics:
             start_http_server(port, addr=address, registry=self.registry)
 
     def set_phase(self, uid: str, phase: str | None) -> None:
-        """Record the phase of the run ``uid``; None forgets the run (it was deleted)."""
+        """Record the phase of the run ``uid``; None removes the run, which was deleted."""
         with self._lock:
             if phase is None:
                 self._phases.pop(uid, None)

@@ -19,7 +19,7 @@ JobState = Literal["Suspended", "Pending", "Running", "Succeeded", "Failed"]
 
 @dataclass(frozen=True)
 class ObservedJob:
-    """What the operator needs to know about one of its Jobs.
+    """State of one of the operator's Jobs, as the reconcile reads it.
 
     Attributes
     ----------

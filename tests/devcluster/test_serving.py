@@ -18,7 +18,7 @@ from mangakd.devcluster.serving import (
     substitute_service_urls,
 )
 
-# A tiny HTTP server: answers every path with its pod name, its PORT variable and its arguments.
+# A tiny HTTP server that returns, for every path, its pod name, its PORT variable and its arguments.
 SERVER = """
 import json, os, sys
 from aiohttp import web

@@ -49,7 +49,7 @@ DRAIN_SECONDS = 30
 
 @dataclass(frozen=True)
 class RevisionTemplate:
-    """What one revision's pods run: the artifact, the serving settings and whether they shadow a teacher."""
+    """Content of one revision's pods: the artifact, the serving settings and whether they shadow a teacher."""
 
     artifact: ArtifactRef
     serving: ServingSpec
@@ -65,12 +65,12 @@ class RevisionTemplate:
         return _digest(document)
 
     def serving_snapshot(self) -> dict[str, Any]:
-        """The serving settings as stored in a revision record (camelCase, without replicas)."""
+        """Return the serving settings as a revision record stores them (camelCase, without replicas)."""
         return self.serving.model_dump(by_alias=True, exclude={"replicas"})
 
 
 def revision_template(spec: StudentModelSpec) -> RevisionTemplate:
-    """Return the revision the spec asks for."""
+    """Return the revision that the spec requests."""
     return RevisionTemplate(artifact=spec.artifact, serving=spec.serving, shadowing=spec.teacher is not None)
 
 

@@ -17,7 +17,7 @@ Order of work in one call:
    canary nor held starts a new revision (the first one goes straight to
    stable), and the canary steps or the guard checks advance.
 
-The step logic lives in :mod:`.steps`; this module holds the inputs, the
+The step logic lives in :mod:`.steps`; this module contains the inputs, the
 result and the bookkeeping around them.
 """
 
